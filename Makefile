@@ -27,9 +27,9 @@ sample: $(STAMP)
 	$(VENV)/bin/workbench data sample --out data/sample --if-missing
 
 demo: sample
-	$(PY) -c "from workbench.datasets import FolderDataset; from workbench.features import FeatureExtractor; \
-	ds = FolderDataset('data/sample'); fx = FeatureExtractor(stages=(8, 16), progress=True); \
-	f = fx.transform([s.path for s in ds.train]); print({s: a.shape for s, a in f.items()})"
+	$(VENV)/bin/workbench report run notebooks/01_quickstart.ipynb --out reports
+	@echo
+	@echo "Main job report: $(CURDIR)/reports/01_quickstart/latest/report.html"
 
 # pytest exits 5 when it collected no tests: say so instead of failing silently
 test: $(STAMP)
