@@ -177,30 +177,6 @@ def _pad_to_multiple(batch: torch.Tensor, multiple: int = 32) -> torch.Tensor:
     return batch
 
 
-_BATCH_PIXELS = 160_000
-
-
-@functools.lru_cache(maxsize=None)
-def _fused_backbone(name: str) -> EfficientNetLite:
-    # shared by all extractors of a process; inference only, never trained
-    return fuse_batchnorm(load_backbone(name))
-
-
-def _header_size(item) -> tuple[int, int]:
-    """``(H, W)`` of an image file from its header, without decoding the pixels."""
-    from workbench.datasets import image_shape
-
-    return tuple(image_shape(item)[:2])
-
-
-def _tile_starts(n: int, tile: int, core: int) -> tuple[list[int], int]:
-    """Tile start offsets along one axis and the padded length they cover exactly."""
-    if n <= tile:
-        return [0], n
-    steps = -(-(n - tile) // core)
-    return [i * core for i in range(steps + 1)], tile + steps * core
-
-
 class FeatureExtractor:
     """Pretrained EfficientNet-Lite patch features for a sequence of images, as numpy.
 
