@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATASETS = (REPO / ".." / "shared" / "datasets").resolve()
-IN_CI = os.environ.get("CI", "").lower() == "true"
+from _shared import IN_CI, REPO, SHARED_DATASETS, shared_dataset  # noqa: F401  (re-exported)
 
 
 def pytest_configure(config):
@@ -29,13 +26,3 @@ def _private_cache_dir(tmp_path_factory):
         os.environ.pop("WORKBENCH_CACHE_DIR", None)
     else:
         os.environ["WORKBENCH_CACHE_DIR"] = old
-
-
-def shared_dataset(*parts: str) -> Path:
-    """A folder of ../shared/datasets; skipped locally when absent, a failure under CI."""
-    path = SHARED_DATASETS.joinpath(*parts)
-    if not path.exists():
-        if IN_CI:
-            pytest.fail(f"{path} is missing: CI must have ../shared/datasets")
-        pytest.skip(f"{path} is not available on this machine")
-    return path

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import shared_dataset
+from _shared import shared_dataset
 
 from workbench.cli import main
 from workbench.metrics import average_precision, image_auroc

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import shared_dataset
+from _shared import shared_dataset
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 

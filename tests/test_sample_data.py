@@ -104,8 +104,8 @@ def test_if_missing_keeps_complete_dataset(sample, capsys):
 def test_regenerates_own_folder_in_place_and_keeps_user_files(tmp_path):
     out = make_sample(tmp_path / "s", seed=0)
     reference = _hashes(out)
-    damaged = out / "test" / "scratch" / "003.png"
-    damaged.write_bytes(b"oops")
+    edited = out / "ground_truth" / "scratch" / "003_mask.png"
+    edited.write_bytes(b"a mask the user fixed")
     (out / "test" / "good" / "005.png").unlink()
     user_file = out / "my_notes.md"
     user_file.write_text("mine")
@@ -113,7 +113,18 @@ def test_regenerates_own_folder_in_place_and_keeps_user_files(tmp_path):
     assert main(["data", "sample", "--out", str(out), "--if-missing"]) == 0
     assert sample_is_complete(out)
     assert user_file.read_text() == "mine"
-    assert {k: v for k, v in _hashes(out).items() if k != "my_notes.md"} == reference
+    assert edited.read_bytes() == b"a mask the user fixed"  # never overwritten
+    rel = str(edited.relative_to(out))
+    assert {k: v for k, v in _hashes(out).items() if k not in ("my_notes.md", rel)} == \
+        {k: v for k, v in reference.items() if k != rel}
+    # an edited file counts as present: --if-missing leaves the folder alone
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    assert main(["data", "sample", "--out", str(out), "--if-missing"]) == 0
+    assert before == {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    # regenerating without --if-missing still keeps it, with a warning naming it
+    with pytest.warns(UserWarning, match="003_mask.png"):
+        make_sample(out, seed=0)
+    assert edited.read_bytes() == b"a mask the user fixed"
 
 
 def test_refuses_foreign_folder(tmp_path, capsys):

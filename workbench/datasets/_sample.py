@@ -365,18 +365,18 @@ def _read_manifest(folder: Path) -> dict | None:
 
 
 def sample_is_complete(out_dir: str | os.PathLike, seed: int = 0) -> bool:
-    """True when ``out_dir`` holds a complete, unmodified sample dataset of this version and seed."""
+    """True when ``out_dir`` holds every file of a finished sample dataset of this version and seed.
+
+    Files changed since they were generated (a mask fixed in the annotation widgets, say)
+    count as present: they are the user's now, and regenerating would overwrite them.
+    """
     folder = Path(out_dir)
     manifest = _read_manifest(folder)
     if manifest is None or not manifest.get("complete") or manifest.get("format") != _FORMAT:
         return False
     if manifest.get("seed") != int(seed):
         return False
-    for rel, digest in manifest["files"].items():
-        path = folder / rel
-        if not path.is_file() or file_sha256(path) != digest:
-            return False
-    return True
+    return all((folder / rel).is_file() for rel in manifest["files"])
 
 
 def _visible_entries(folder: Path) -> list[str]:
@@ -401,8 +401,14 @@ def make_sample(out_dir: str | os.PathLike = "data/sample", seed: int = 0, *, if
     seed : int, default 0
         Seed of the random streams.
     if_missing : bool, default False
-        Do nothing when ``out_dir`` already holds a complete, unmodified dataset made with
-        this ``seed`` (checked against the manifest's SHA-256 hashes).
+        Do nothing when ``out_dir`` already holds every file of a dataset made with this
+        ``seed`` (see :func:`sample_is_complete`).
+
+    Notes
+    -----
+    Regenerating an existing generated folder writes missing files and files still as the
+    generator left them; a file changed since (its SHA-256 differs from the manifest's, e.g.
+    an edited mask) is kept as it is, with a warning naming it.
 
     Returns
     -------
@@ -467,11 +473,24 @@ def _write_in_place(out: Path, files: dict[str, bytes], hashes: dict[str, str], 
     old_files: dict[str, str] = dict(old["files"]) if old else {}
     pending = {**old_files, **hashes}
     atomic_write_json(out / SAMPLE_MANIFEST, _manifest(seed, pending, complete=False))
+    edited = []
     for rel, data in files.items():
         path = out / rel
-        if path.is_file() and old_files.get(rel) == hashes[rel] and file_sha256(path) == hashes[rel]:
-            continue  # already the right bytes
+        if path.is_file():
+            current = file_sha256(path)
+            if current == hashes[rel]:
+                continue  # already the right bytes
+            if current != old_files.get(rel):
+                edited.append(rel)  # changed since the generator wrote it: the user's now
+                continue
         atomic_write_bytes(path, data)
+    if edited:
+        warnings.warn(
+            f"{out}: kept {len(edited)} files changed since they were generated "
+            f"({', '.join(edited[:3])}{', ...' if len(edited) > 3 else ''}); delete them to get the "
+            "generated version back.",
+            stacklevel=3,
+        )
     kept = []
     for rel, digest in sorted(old_files.items()):
         if rel in hashes:
