@@ -8,6 +8,12 @@ browser. Classes are imported on first use, so ``import widgets`` stays cheap.
   points) with box/lasso selection linked to a thumbnail gallery; named subsets.
 * :class:`GMMInspector` -- BIC/AIC over component counts, 2-sigma ellipses, per-component
   weights and mean thumbnails, log-likelihood histogram with a movable threshold.
+* :class:`MaskPainter` -- paint, erase, fill and pan/zoom a binary mask over an image (anywidget),
+  saved to an :class:`~workbench.annotations.AnnotationStore` as you paint.
+* :class:`AnomalyViewer` -- a detector's results: thumbnails sorted by score, the selected image
+  with its anomaly map, ground truth and a threshold slider; opens a MaskPainter to fix masks.
+* :class:`ClickPrompter` -- positive/negative clicks, mask predicted by a click segmenter.
+* :class:`ClickRobustnessView` -- IoU of every first-click position, worst and best clicks marked.
 * :func:`extension` -- load Panel's JavaScript inline (works offline); Panel views call it
   on first display.
 """
@@ -22,6 +28,10 @@ _LAZY = {
     "EmbeddingExplorer": "widgets._embedding",
     "extension": "widgets._embedding",
     "GMMInspector": "widgets._gmm",
+    "MaskPainter": "widgets._mask_painter",
+    "AnomalyViewer": "widgets._anomaly_viewer",
+    "ClickPrompter": "widgets._click_prompter",
+    "ClickRobustnessView": "widgets._robustness_view",
 }
 
 __all__ = [*_LAZY]
