@@ -551,8 +551,14 @@ def test_pages_render_offline_in_a_browser(tmp_path, many_runs, holoviews_run):
                 needed, errors = [], []
                 page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(
                     ("file:", "data:", "blob:")) else (needed.append(route.request.url), route.abort()))
-                page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+                # a missing file shows twice: as "Failed to load resource" on the console (without
+                # the URL) and as a failed request (with it); keep the one that names the file.
+                # Chromium may probe for a favicon beside the page; that is not the page's doing.
+                page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error"
+                        and not msg.text.startswith("Failed to load resource") else None)
                 page.on("pageerror", lambda exc: errors.append(str(exc)))
+                page.on("requestfailed", lambda req: None if req.url.endswith("/favicon.ico") else
+                        errors.append(f"request failed: {req.url} ({req.failure})"))
                 page.goto(page_path.as_uri())
                 # Bokeh renders into shadow DOM: wait for its documents to be idle with their plots
                 page.wait_for_function(

@@ -154,6 +154,9 @@ def render_report(
     from nbconvert import HTMLExporter
 
     nb = copy.deepcopy(nb)
+    # Widget state (anywidget/ipywidgets models) cannot render in a static page (the template
+    # drops the widget manager) but would still be embedded: a megabyte for one image viewer.
+    nb.metadata.pop("widgets", None)
     # The page's own banner replaces papermill's red "An Exception was encountered" cell at the
     # top; its anchor before the failing cell stays, for the banner's link.
     nb.cells = [c for c in nb.cells
