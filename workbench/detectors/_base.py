@@ -146,7 +146,7 @@ def resolve_image_size(sizes: Sequence[tuple[int, int]], image_size, tile) -> tu
     when it has at most :data:`AUTO_PIXELS` pixels, otherwise scaled down (aspect kept) to
     that many pixels, sides rounded to multiples of 8.
     """
-    if image_size is None or image_size == "native":
+    if image_size is None or (image_size == "auto" and tile is not None):
         image_size = "auto" if tile is None else "native"
     if isinstance(image_size, str):
         if image_size not in ("auto", "native"):
@@ -361,6 +361,7 @@ class ImageDetector:
             cal_set = set(order[:n_cal].tolist())
             cal_items = [it for i, it in enumerate(items) if i in cal_set]
             fit_items = [it for i, it in enumerate(items) if i not in cal_set]
+        fit_items = self._select_fit_items(fit_items)
         self._check_items(fit_items)
         self.n_fit_images_ = len(fit_items)
         timings: dict[str, float] = {}
@@ -369,7 +370,9 @@ class ImageDetector:
         self.fit_timings_ = {"features_seconds": timings.get("features", 0.0),
                              "total_seconds": time.perf_counter() - t0}
         self.fit_timings_["model_seconds"] = self.fit_timings_["total_seconds"] - self.fit_timings_["features_seconds"]
+        self.fit_timings_.update(calibration_seconds=0.0, calibration_features_seconds=0.0)
         self._calibrate(cal_items, "validation" if val_items is not None else "holdout")
+        self.fit_timings_["total_seconds"] = time.perf_counter() - t0
         return self
 
     def _calibrate(self, cal_items: list[_Item], source: str) -> None:
@@ -380,7 +383,12 @@ class ImageDetector:
                                     "note": "too few normal images to hold some out; thresholds not set "
                                             "(give fit() a validation set or at least 8 images)"}
             return
-        scores = self.predict(cal_items)
+        self._check_items(cal_items)
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        scores = self._predict(cal_items, timings)
+        self.fit_timings_["calibration_seconds"] = time.perf_counter() - t0
+        self.fit_timings_["calibration_features_seconds"] = timings.get("features", 0.0)
         pixels = np.concatenate([m.ravel() for m in scores.anomaly_maps])
         self.image_threshold_ = float(np.quantile(scores.image_scores, 1 - self.image_fpr))
         self.pixel_threshold_ = float(np.quantile(pixels, 1 - self.pixel_fpr))
@@ -443,12 +451,15 @@ class ImageDetector:
         self._check_fitted()
         items = as_image_items(images, "test")
         self._check_items(items)
+        return self._predict(items)
+
+    def _predict(self, items: list[_Item], timings: dict | None = None) -> Scores:
         n = len(items)
         image_scores = np.zeros(n, dtype=np.float64)
         maps: list[np.ndarray | None] = [None] * n
         self._begin_predict()
         with torch.inference_mode(), _threads(self.threads):
-            for idx, feats in self._iter_features(items, cache=False, group=self._score_group):
+            for idx, feats in self._iter_features(items, cache=False, timings=timings, group=self._score_group):
                 grids = self._patch_scores(feats)
                 for j, i in enumerate(idx):
                     maps[i] = smooth_and_resize(grids[j], self.input_size_, items[i].size, self.sigma)
@@ -484,6 +495,11 @@ class ImageDetector:
         """Patch scores ``(b, h, w)`` (higher = more anomalous) for ``{stride: (b, C, h, w)}``."""
         raise NotImplementedError
 
+    def _select_fit_items(self, items: list[_Item]) -> list[_Item]:
+        """The normal images to fit on, from those not held out (default: all of them;
+        the prompt detector keeps ``shots`` of them)."""
+        return items
+
     def _begin_predict(self) -> None:
         """Called before scoring a set of images (e.g. to reset per-call bookkeeping)."""
 
@@ -511,9 +527,10 @@ class ImageDetector:
             "workbench_version": __version__,
             "params": params,
             "fitted": {
-                "input_size": list(self.input_size_),
-                "train_size": list(self.train_size_),
-                "gray": bool(self.gray_),
+                # None for detectors that choose the size per batch (zero-shot MuSc)
+                "input_size": None if self.input_size_ is None else list(self.input_size_),
+                "train_size": None if self.train_size_ is None else list(self.train_size_),
+                "gray": None if self.gray_ is None else bool(self.gray_),
                 "n_fit_images": int(self.n_fit_images_),
                 "image_threshold": self.image_threshold_,
                 "pixel_threshold": self.pixel_threshold_,
@@ -571,9 +588,9 @@ def load_detector(path: str | os.PathLike, **runtime) -> ImageDetector:
     params.update(runtime)
     det = klass(**params)
     fitted = payload["fitted"]
-    det.input_size_ = tuple(fitted["input_size"])
-    det.train_size_ = tuple(fitted["train_size"])
-    det.gray_ = bool(fitted["gray"])
+    det.input_size_ = None if fitted["input_size"] is None else tuple(fitted["input_size"])
+    det.train_size_ = None if fitted["train_size"] is None else tuple(fitted["train_size"])
+    det.gray_ = None if fitted["gray"] is None else bool(fitted["gray"])
     det.n_fit_images_ = fitted["n_fit_images"]
     det.image_threshold_ = fitted["image_threshold"]
     det.pixel_threshold_ = fitted["pixel_threshold"]
