@@ -50,6 +50,27 @@ def test_pasted_defects_are_found_and_localised(fitted, sample, name):
     assert np.median(scores.image_scores) > np.median(good.image_scores)
 
 
+def test_image_score_comes_from_a_smoother_map_when_asked(fitted, sample):
+    det = fitted["patchcore"]
+    assert (det.sigma, det.image_sigma) == (2.0, 4.0)  # PatchCore's defaults
+    images = sample.test[::4]
+    sharp = det.predict(images)
+    params = det.get_params()
+    try:
+        det.image_sigma = None  # the score is the maximum of the anomaly map itself
+        plain = det.predict(images)
+        np.testing.assert_allclose(plain.image_scores, [m.max() for m in plain.anomaly_maps], rtol=1e-6)
+        det.image_sigma = 12.0
+        wide = det.predict(images)
+    finally:
+        det.image_sigma = params["image_sigma"]
+    # maps never depend on image_sigma; smoothing more never raises a maximum
+    for a, b in zip(sharp.anomaly_maps, wide.anomaly_maps):
+        np.testing.assert_array_equal(a, b)
+    assert np.all(wide.image_scores <= plain.image_scores * (1 + 1e-6))
+    assert np.all(wide.image_scores < sharp.image_scores) and np.any(sharp.image_scores < plain.image_scores)
+
+
 def test_thresholds_are_set_on_held_out_normal_images(fitted, sample):
     det = fitted["patchcore"]
     info = det.threshold_info_

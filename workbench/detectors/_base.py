@@ -223,6 +223,11 @@ class ImageDetector:
         more per image. Without tiling, small images are processed whole.
     sigma : float, default 4
         Gaussian smoothing of the anomaly map, in pixels of the model input.
+    image_sigma : float or None, default None
+        Smoothing of the map the image score is taken from (at the model input size);
+        None: the anomaly map itself. A wider kernel than ``sigma`` keeps the maps sharp
+        for localisation while the image score, a maximum, is not set by a single noisy
+        patch.
     score : "max" or int
         Image score: maximum of the map, or the mean of its ``k`` highest pixels.
     holdout : float, default 0.15
@@ -248,13 +253,15 @@ class ImageDetector:
     _state_version: ClassVar[int] = 1
 
     def __init__(self, *, backbone: str = "efficientnet_lite0", image_size="auto", tile=None,
-                 sigma: float = 4.0, score="max", holdout: float = 0.15, image_fpr: float = 0.01,
-                 pixel_fpr: float = 0.001, threads: int | None = None, batch_size="auto",
+                 sigma: float = 4.0, image_sigma: float | None = None, score="max",
+                 holdout: float = 0.15, image_fpr: float = 0.01, pixel_fpr: float = 0.001,
+                 threads: int | None = None, batch_size="auto",
                  cache: bool = True, progress: bool = False, random_state: int = 0):
         self.backbone = backbone
         self.image_size = image_size
         self.tile = tile
         self.sigma = sigma
+        self.image_sigma = image_sigma
         self.score = score
         self.holdout = holdout
         self.image_fpr = image_fpr
@@ -463,7 +470,11 @@ class ImageDetector:
                 grids = self._patch_scores(feats)
                 for j, i in enumerate(idx):
                     maps[i] = smooth_and_resize(grids[j], self.input_size_, items[i].size, self.sigma)
-                    image_scores[i] = self._image_score(maps[i])
+                    if self.image_sigma is None or float(self.image_sigma) == float(self.sigma):
+                        image_scores[i] = self._image_score(maps[i])
+                    else:
+                        image_scores[i] = self._image_score(smooth_and_resize(
+                            grids[j], self.input_size_, self.input_size_, float(self.image_sigma)))
         image_scores = self._end_predict(image_scores)
         return Scores(image_scores=image_scores, anomaly_maps=maps,  # type: ignore[arg-type]
                       image_threshold=getattr(self, "image_threshold_", None),
