@@ -14,6 +14,10 @@ torch.set_num_threads(1)
 
 # two defects of each kind (sample file order: patch, scratch, stain; 10 each)
 FLOOR_SUBSET = (0, 5, 10, 15, 20, 25)
+# mean one-click IoU measured on FLOOR_SUBSET with the default segmenter (0.567 before the
+# background-model change, 0.582 after); the floor leaves 0.03 for float/threading noise
+MEASURED_SUBSET_MEAN = 0.582
+FLOOR = MEASURED_SUBSET_MEAN - 0.03
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +40,7 @@ def test_one_click_quality_floor_on_sample_subset(defects, seg):
         r, c = natural_click(mask)
         ious.append(mask_iou(seg.predict(image, [(r, c, 1)]), mask))
     assert {defects[i][2] for i in FLOOR_SUBSET} == {"patch", "scratch", "stain"}
-    assert np.mean(ious) >= 0.5, ious
+    assert np.mean(ious) >= FLOOR, ious
     assert min(ious) > 0.1, ious  # no defect is missed entirely
 
 
@@ -141,3 +145,13 @@ def test_natural_click_is_the_centre_of_the_largest_component():
     assert natural_click(m) == (20, 20)
     with pytest.raises(DataError, match="empty"):
         natural_click(np.zeros((3, 3), bool))
+
+
+def test_min_cluster_drops_small_background_clusters(defects):
+    image = defects[0][0]
+    keep_all = ClickSegmenter(threads=1, n_background=24, min_cluster=0.0).prepare(image)
+    pruned = ClickSegmenter(threads=1, n_background=24, min_cluster=0.03).prepare(image)
+    assert keep_all.background.shape[0] == 24
+    assert 1 <= pruned.background.shape[0] <= 24
+    # dropping centres can only lower each cell's best background similarity
+    assert torch.all(pruned.background_sim <= keep_all.background_sim + 1e-6)
