@@ -22,7 +22,6 @@ Sync format (nothing but the clicks travels as JSON)
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from datetime import datetime
@@ -32,7 +31,7 @@ import anywidget
 import numpy as np
 import traitlets
 
-from widgets._mask_painter import _bytes_from_json, _edit_from_json, _is_sample, _png, pack_bits, unpack_bits
+from widgets._mask_painter import _as_image, _bytes_from_json, _edit_from_json, _is_sample, _png, pack_bits, unpack_bits
 from workbench.errors import DataError
 
 __all__ = ["ClickPrompter", "pack_bits", "unpack_bits"]
@@ -41,34 +40,6 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 SEGMENTING = "segmenting…"
-
-
-def _as_image(image, who: str = "ClickPrompter") -> tuple[np.ndarray, str]:
-    """uint8 ``(H, W)`` or ``(H, W, 3)`` and a display name from an array, a path or a Sample;
-    errors start with ``who``."""
-    from workbench.datasets import read_image
-
-    if _is_sample(image):
-        return image.image(), f"{image.kind}/{Path(image.path).name}"
-    if isinstance(image, (str, os.PathLike)):
-        return read_image(image), Path(image).name
-    arr = np.asarray(image)
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[..., 0]
-    if arr.ndim == 3 and arr.shape[2] == 4:
-        arr = arr[..., :3]
-    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] != 3):
-        raise DataError(f"{who}: image has shape {arr.shape}; expected (H, W) gray or (H, W, 3) RGB")
-    if min(arr.shape[:2]) < 1:
-        raise DataError(f"{who}: image has shape {arr.shape}; it is empty")
-    if arr.dtype == np.bool_:
-        arr = arr.astype(np.uint8) * 255
-    if arr.dtype != np.uint8:
-        raise DataError(
-            f"{who}: image has dtype {arr.dtype}; expected uint8. Convert it (e.g. "
-            f"(img * 255).round().astype(np.uint8) for floats in [0, 1]) or pass the image file path."
-        )
-    return np.ascontiguousarray(arr), f"{arr.shape[1]}x{arr.shape[0]} image"
 
 
 def _check_click(click, shape: tuple[int, int]) -> tuple[int, int, int]:
@@ -178,7 +149,7 @@ class ClickPrompter(anywidget.AnyWidget):
         if not callable(predict):
             raise TypeError(f"ClickPrompter: the segmenter must have a predict(image, clicks) -> bool mask method; "
                             f"got {type(segmenter).__name__} without one (e.g. workbench.interactive.ClickSegmenter())")
-        arr, name = _as_image(image)
+        arr, name = _as_image(image, "ClickPrompter")
         h, w = arr.shape[:2]
         if key is None and _is_sample(image):
             key = image

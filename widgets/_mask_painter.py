@@ -98,8 +98,9 @@ def _is_sample(obj) -> bool:
     return hasattr(obj, "image") and callable(obj.image) and hasattr(obj, "path") and hasattr(obj, "kind")
 
 
-def _as_image(image) -> tuple[np.ndarray, str]:
-    """uint8 ``(H, W)`` or ``(H, W, 3)`` and a display name from an array, a path or a Sample."""
+def _as_image(image, who: str = "MaskPainter") -> tuple[np.ndarray, str]:
+    """uint8 ``(H, W)`` or ``(H, W, 3)`` and a display name from an array, a path or a Sample;
+    errors start with ``who`` (the widget's name)."""
     from workbench.datasets import read_image
 
     if _is_sample(image):
@@ -112,16 +113,16 @@ def _as_image(image) -> tuple[np.ndarray, str]:
     if arr.ndim == 3 and arr.shape[2] == 4:
         arr = arr[..., :3]
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] != 3):
-        raise DataError(f"MaskPainter: image has shape {arr.shape}; expected (H, W) gray or (H, W, 3) RGB")
+        raise DataError(f"{who}: image has shape {arr.shape}; expected (H, W) gray or (H, W, 3) RGB")
+    if min(arr.shape[:2]) < 1:
+        raise DataError(f"{who}: image has shape {arr.shape}; it is empty")
     if arr.dtype == np.bool_:
         arr = arr.astype(np.uint8) * 255
     if arr.dtype != np.uint8:
         raise DataError(
-            f"MaskPainter: image has dtype {arr.dtype}; expected uint8. Convert it (e.g. "
+            f"{who}: image has dtype {arr.dtype}; expected uint8. Convert it (e.g. "
             f"(img * 255).round().astype(np.uint8) for floats in [0, 1]) or pass the image file path."
         )
-    if min(arr.shape[:2]) < 1:
-        raise DataError(f"MaskPainter: image has shape {arr.shape}; it is empty")
     return np.ascontiguousarray(arr), f"{arr.shape[1]}x{arr.shape[0]} image"
 
 
