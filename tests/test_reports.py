@@ -491,6 +491,21 @@ def test_index_of_an_empty_or_missing_folder(tmp_path):
         write_index(tmp_path / "missing")
 
 
+def test_index_stays_self_contained_once_panel_components_are_imported(many_runs):
+    """Importing Panel's ESM components (any Panel view does) makes Bokeh's INLINE resources
+    name a Panel file by its Bokeh-server path ("static/extensions/panel/..."), which a page
+    opened from disk cannot load; write_index inlines it from the installed package."""
+    import widgets
+
+    widgets.extension()
+    out, _ = many_runs
+    page = write_index(out).read_text()
+    assert "static/extensions/" not in page
+    assert offline_problems(page) == []
+    # and the check itself would have caught it
+    assert offline_problems('<script src="static/extensions/panel/x.js"></script>') != []
+
+
 def test_cdn_assets_are_inlined_from_installed_packages():
     from importlib import metadata
 

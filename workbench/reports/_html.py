@@ -260,12 +260,18 @@ _CDN_PATTERNS = (
                          r"(?P<path>[^\"'\s?#<>]+)(?P<query>\?[^\"'\s#<>]*)?")),
     ("bokeh", re.compile(r"https?://cdn\.bokeh\.org/bokeh/(?:release|dev)/"
                          r"(?P<path>bokeh(?:-[a-z]+)?)-(?P<ver>\d[\w.+-]*?)(?P<min>\.min)?\.js")),
+    # Bokeh's INLINE resources still name some Panel extension files (e.g. the ES module
+    # shims of ReactiveESM/anywidget-based components, once imported) by their Bokeh-server
+    # path, which from a file on disk resolves to nothing: the installed copy, too.
+    ("panel-server", re.compile(r"""(?<=["'])/?static/extensions/panel/(?P<path>[^"'\s?#<>]+)""")),
 )
 
 
 def _local_asset(package: str, match: re.Match) -> Path | None:
+    server = package == "panel-server"  # written by this very installation: no version in the URL
+    package = "panel" if server else package
     root = _package_dir(package)
-    if root is None or match.group("ver") != _version(package):
+    if root is None or (not server and match.group("ver") != _version(package)):
         return None  # another version's JavaScript would not match the Python side
     if package == "panel":
         rel = urllib.parse.unquote(match.group("path"))
@@ -307,6 +313,8 @@ _NETWORK_RES = (
     re.compile(r"""<script\b[^>]*\bsrc\s*=\s*["']?((?:https?:)?//[^"'\s>]+)""", re.IGNORECASE),
     re.compile(r"""<link\b[^>]*\bhref\s*=\s*["']?((?:https?:)?//[^"'\s>]+)""", re.IGNORECASE),
     re.compile(r"""@import\s+(?:url\()?["']?((?:https?:)?//[^"')\s]+)""", re.IGNORECASE),
+    # a Bokeh-server path: nothing serves it when the page is opened from disk or mailed
+    re.compile(r"""<script\b[^>]*\bsrc\s*=\s*["']?(/?static/extensions/[^"'\s>]+)""", re.IGNORECASE),
     # Loaders in notebook outputs that add script/link elements from JavaScript (BokehJS and
     # Panel from HoloViews, plotly, require.js). Other URLs inside inlined libraries are not
     # counted (BokehJS names a MathJax URL it loads only for LaTeX inside plots).

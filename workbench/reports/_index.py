@@ -378,7 +378,11 @@ def write_index(reports_dir: str | os.PathLike, *, max_metrics: int = 12) -> Pat
         from bokeh.resources import INLINE
 
         script, divs = components(plots)
-        head_js = "".join(bundle_for_objs_and_resources(list(plots.values()), INLINE))
+        from workbench.reports._html import inline_cdn_assets
+
+        # INLINE still names some Panel extension files by a Bokeh-server path once Panel's
+        # ESM components are imported in this process: inline those too (works from disk)
+        head_js = inline_cdn_assets("".join(bundle_for_objs_and_resources(list(plots.values()), INLINE)))
         for anchor, div in divs.items():
             body = body.replace(f"{token}{anchor}{token}", div)
         body += "\n" + script
