@@ -313,8 +313,6 @@ _NETWORK_RES = (
     re.compile(r"""<script\b[^>]*\bsrc\s*=\s*["']?((?:https?:)?//[^"'\s>]+)""", re.IGNORECASE),
     re.compile(r"""<link\b[^>]*\bhref\s*=\s*["']?((?:https?:)?//[^"'\s>]+)""", re.IGNORECASE),
     re.compile(r"""@import\s+(?:url\()?["']?((?:https?:)?//[^"')\s]+)""", re.IGNORECASE),
-    # a Bokeh-server path: nothing serves it when the page is opened from disk or mailed
-    re.compile(r"""<script\b[^>]*\bsrc\s*=\s*["']?(/?static/extensions/[^"'\s>]+)""", re.IGNORECASE),
     # Loaders in notebook outputs that add script/link elements from JavaScript (BokehJS and
     # Panel from HoloViews, plotly, require.js). Other URLs inside inlined libraries are not
     # counted (BokehJS names a MathJax URL it loads only for LaTeX inside plots).
@@ -323,10 +321,17 @@ _NETWORK_RES = (
 )
 
 
+#: a Bokeh-server path: nothing serves it when the page is opened from disk or mailed
+_SERVER_RES = re.compile(r"""<script\b[^>]*\bsrc\s*=\s*["']?(/?static/extensions/[^"'\s>]+)""", re.IGNORECASE)
+
+
 def offline_problems(page: str) -> list[str]:
-    """Scripts and stylesheets a page would load from the network (empty when self-contained)."""
+    """Scripts and stylesheets a page would load from the network or from a Bokeh server
+    (empty when self-contained)."""
     found: dict[str, None] = {}
     for pattern in _NETWORK_RES:
         for m in pattern.finditer(page):
             found.setdefault(f"loads from the network (fails offline): {m.group(1)[:200]}")
+    for m in _SERVER_RES.finditer(page):
+        found.setdefault(f"loads from a Bokeh server path (fails from disk): {m.group(1)[:200]}")
     return list(found)
