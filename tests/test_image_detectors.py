@@ -165,6 +165,40 @@ def test_top_k_image_score_and_smoothing(sample):
         assert sc < amap.max()
 
 
+def _smooth_and_resize_step_by_step(grid, input_size, out_size, sigma):
+    """The map chain run literally on images: upsample, pad + separable Gaussian, resize."""
+    import torch.nn.functional as F
+
+    from workbench.detectors._base import _gaussian_kernel
+
+    x = F.interpolate(grid[None, None].double(), size=input_size, mode="bilinear", align_corners=False)
+    if sigma:
+        k = _gaussian_kernel(sigma).double()
+        r = (len(k) - 1) // 2
+        ry, rx = min(r, input_size[0] - 1), min(r, input_size[1] - 1)
+        x = F.pad(x, (rx, rx, ry, ry), mode="reflect")
+        x = F.conv2d(x, k[r - ry:r + ry + 1].view(1, 1, -1, 1))
+        x = F.conv2d(x, k[r - rx:r + rx + 1].view(1, 1, 1, -1))
+    x = F.interpolate(x, size=out_size, mode="bilinear", align_corners=False)
+    return x[0, 0].numpy()
+
+
+@pytest.mark.parametrize("grid_size, input_size, out_size, sigma", [
+    ((39, 96), (312, 768), (460, 1130), 2.0),   # BSData geometry, upscaled output
+    ((8, 8), (64, 64), (50, 70), 4.0),          # output smaller than the input, other aspect
+    ((3, 5), (20, 36), (200, 10), 8.0),         # kernel wider than the input: truncated reflect
+    ((4, 4), (32, 32), (32, 32), 0.0),          # no smoothing
+])
+def test_map_operator_matrices_equal_the_step_by_step_chain(grid_size, input_size, out_size, sigma):
+    from workbench.detectors._base import smooth_and_resize
+
+    grid = torch.rand(grid_size, generator=torch.Generator().manual_seed(1)) * 5
+    fast = smooth_and_resize(grid, input_size, out_size, sigma)
+    slow = _smooth_and_resize_step_by_step(grid, input_size, out_size, sigma)
+    assert fast.shape == tuple(out_size) and fast.dtype == np.float32
+    np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-4)
+
+
 def test_reweighting_changes_only_image_scores(sample):
     base = PatchCore(bank_size=256, holdout=0).fit(sample.train[:12])
     rew = PatchCore(bank_size=256, holdout=0, reweight=True).fit(sample.train[:12])

@@ -11,6 +11,7 @@ save/load) lives here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -186,20 +187,42 @@ def smooth_and_resize(grid: torch.Tensor, input_size: tuple[int, int], out_size:
     """Patch scores ``(h, w)`` -> float32 map ``out_size``.
 
     Bilinear upsampling to the model input size, Gaussian smoothing with ``sigma`` pixels
-    of the model input (reflect borders, separable), bilinear resize to the image's size.
+    of the model input (reflect borders, truncated at 4 sigma), bilinear resize to the
+    image's size. Every step is linear and separable, so the whole chain is applied as
+    ``A_y @ grid @ A_x.T`` with two small operator matrices (built once per geometry by
+    running the steps on unit impulses): the same map as running the steps on the image,
+    at a fraction of the cost (no full-size intermediate images).
     """
-    x = grid[None, None].float()
-    x = F.interpolate(x, size=input_size, mode="bilinear", align_corners=False)
-    if sigma and sigma > 0:
-        k = _gaussian_kernel(sigma)
+    g = grid.float()
+    h, w = g.shape
+    ay = _axis_operator(h, int(input_size[0]), int(out_size[0]), float(sigma or 0.0))
+    ax = _axis_operator(w, int(input_size[1]), int(out_size[1]), float(sigma or 0.0))
+    if ay.shape[0] * h * w + ay.shape[0] * w * ax.shape[0] <= h * w * ax.shape[0] + ay.shape[0] * h * ax.shape[0]:
+        out = (ay @ g) @ ax.T
+    else:
+        out = ay @ (g @ ax.T)
+    return out.numpy().astype(np.float32, copy=False)
+
+
+@functools.lru_cache(maxsize=32)
+def _axis_operator(n_grid: int, n_input: int, n_out: int, sigma: float) -> torch.Tensor:
+    """``(n_out, n_grid)`` matrix of the 1-D chain upsample -> Gaussian -> resize (float32).
+
+    Column ``j`` is the chain applied to the unit impulse at grid position ``j``, computed
+    in float64 with the same operations :func:`smooth_and_resize` describes.
+    """
+    x = torch.eye(n_grid, dtype=torch.float64)[:, None, :]  # n_grid signals of length n_grid
+    x = F.interpolate(x, size=n_input, mode="linear", align_corners=False)
+    if sigma > 0:
+        k = _gaussian_kernel(sigma).double()
         r = (len(k) - 1) // 2
-        ry, rx = min(r, input_size[0] - 1), min(r, input_size[1] - 1)
-        x = F.pad(x, (rx, rx, ry, ry), mode="reflect")
-        x = F.conv2d(x, k[r - ry:r + ry + 1].view(1, 1, -1, 1))
-        x = F.conv2d(x, k[r - rx:r + rx + 1].view(1, 1, 1, -1))
-    if tuple(out_size) != tuple(input_size):
-        x = F.interpolate(x, size=out_size, mode="bilinear", align_corners=False)
-    return x[0, 0].numpy().astype(np.float32, copy=False)
+        rr = min(r, n_input - 1)
+        if rr > 0:
+            x = F.pad(x, (rr, rr), mode="reflect")
+        x = F.conv1d(x, k[r - rr:r + rr + 1].view(1, 1, -1))
+    if n_out != n_input:
+        x = F.interpolate(x, size=n_out, mode="linear", align_corners=False)
+    return x[:, 0, :].T.contiguous().float()
 
 
 # ----------------------------------------------------------------------------- detector
