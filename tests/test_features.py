@@ -102,6 +102,24 @@ def test_to_tensor_handles_gray_rgb_rgba_uint8_and_float():
         to_tensor(np.zeros((2, 3, 4, 5)))
 
 
+def test_uint8_images_resized_as_uint8_match_the_float_resize_within_a_grey_level():
+    import torch.nn.functional as F
+
+    from workbench.features._extractor import _as_hw3_float
+
+    rgb = skimage.data.astronaut()[:301, :257]
+    for image in (rgb, rgb[..., 0], rgb[..., :1], np.dstack([rgb, rgb[..., :1]])):
+        for size in ((64, 48), (400, 300)):  # down- and upscaling
+            fast = to_tensor(image, size)
+            ref = F.interpolate(_as_hw3_float(image)[None], size=size, mode="bilinear",
+                                antialias=True, align_corners=False)[0] * 2 - 1
+            assert fast.shape == (3, *size) and fast.dtype == torch.float32
+            assert float((fast - ref).abs().max()) <= 1.0 / 127.5 + 1e-6
+            assert float((fast - ref).abs().mean()) < 0.5 / 127.5
+    gray = to_tensor(rgb[..., 0], (64, 48))
+    assert torch.equal(gray[0], gray[1]) and torch.equal(gray[0], gray[2])
+
+
 def _write_png(path, array):
     from PIL import Image
 

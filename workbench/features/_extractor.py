@@ -36,7 +36,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Bump when preprocessing or the stored format changes: old cache entries are then ignored.
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2  # 2: uint8 images are resized as uint8
 
 ImageLike = "str | os.PathLike | np.ndarray"
 
@@ -98,11 +98,34 @@ def to_tensor(image: np.ndarray, size: tuple[int, int] | None = None, name: str 
     Gray images are repeated over three channels; uint8 is divided by 255, float must be in
     [0, 1]. Resizing is bilinear with antialiasing (so downscaling does not alias).
     """
+    arr = np.asarray(image)
+    if (size is not None and arr.dtype == np.uint8 and arr.ndim in (2, 3)
+            and (arr.ndim == 2 or arr.shape[2] in (1, 3, 4)) and tuple(arr.shape[:2]) != tuple(size)):
+        return _resize_uint8(arr, tuple(int(s) for s in size))
     t = _as_hw3_float(image, name)
     if size is not None and tuple(t.shape[-2:]) != tuple(size):
         t = F.interpolate(t.unsqueeze(0), size=tuple(int(s) for s in size), mode="bilinear",
                           antialias=True, align_corners=False)[0]
     return (t - 0.5) / 0.5
+
+
+def _resize_uint8(arr: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """:func:`to_tensor` of a uint8 image that needs resizing: antialiased bilinear resize of
+    the uint8 pixels (torch's vectorised uint8 kernel, about 4x faster than resizing floats;
+    results differ by at most one grey level), then scaling."""
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 3:
+        arr = arr[..., :3]
+    if not arr.flags.writeable:  # torch warns on read-only buffers
+        arr = arr.copy()
+    t = torch.from_numpy(np.ascontiguousarray(arr))
+    t = t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]  # (1, C, H, W), channels-last for RGB
+    t = F.interpolate(t, size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+    t = t.float().div_(127.5).sub_(1.0)
+    if t.shape[0] == 1:
+        t = t.expand(3, -1, -1)
+    return t.contiguous()
 
 
 def imagenet_preprocess(image: np.ndarray, crop: int = 224, resize: int | None = None) -> torch.Tensor:
