@@ -153,6 +153,24 @@ def test_extractor_mixed_sizes(tmp_path):
     assert fixed[8].shape == (2, 40, 8, 8)
 
 
+def test_images_read_ahead_keep_their_order_and_a_bad_file_stops_at_its_turn(tmp_path):
+    paths = [_write_png(tmp_path / f"img{i}.png", skimage.data.gravel()[i * 40:i * 40 + 64, :96])
+             for i in range(5)]
+    bad = tmp_path / "img2.png"
+    bad.write_bytes(b"this is not a png")
+    fx = FeatureExtractor("lite0", stages=(8,), batch_size=1, cache=False)
+    seen = []
+    with pytest.raises(DataError, match="img2.png"):
+        for idx, _ in fx.iter_batches(paths):
+            seen.extend(idx)
+    assert seen == [0, 1]  # the images before the bad one came out, in order; none after it
+    good = [p for p in paths if p != bad]
+    each = fx.transform_each(good)
+    direct = [fx.transform([p])[8][0] for p in good]
+    for a, b in zip(each, direct):
+        assert np.array_equal(a[8], b)
+
+
 def test_cache_returns_identical_arrays_and_survives_damage(tmp_path):
     paths = [_write_png(tmp_path / f"img{i}.png", skimage.data.gravel()[i * 50:i * 50 + 120, :150])
              for i in range(3)]

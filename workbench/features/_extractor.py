@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import hashlib
@@ -420,12 +421,10 @@ class FeatureExtractor:
         pending: list = []
         ready: list[tuple[int, dict[int, np.ndarray]]] = []
         try:
-            for i, item in enumerate(items):
-                hit, cpath = self._lookup(item)
+            for i, hit, cpath, image, name in self._read_ahead(items):
                 if hit is not None:
                     ready.append((i, hit))
                 else:
-                    image, name = _read(item, i)
                     tensor = to_tensor(image, self.image_size, name)
                     if pending and pending[0][1].shape != tensor.shape:
                         ready.extend(self._run(pending))
@@ -450,6 +449,33 @@ class FeatureExtractor:
         finally:
             if bar is not None:
                 bar.close()
+
+    def _read_ahead(self, items: list, depth: int = 2):
+        """``(index, cached features or None, cache path, image, name)`` per item, in order.
+
+        A helper thread looks up the cache and decodes the next ``depth`` images while the
+        backbone runs (file reading, hashing and decoding release the GIL). Resizing stays
+        on the calling thread: a second thread of torch ops would compete with the
+        backbone's threads for the cores.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        def load(i: int, item):
+            hit, cpath = self._lookup(item)
+            if hit is not None:
+                return i, hit, cpath, None, None
+            image, name = _read(item, i)
+            return i, None, cpath, image, name
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="workbench-read") as pool:
+            queue = collections.deque(pool.submit(load, i, items[i]) for i in range(min(depth, len(items))))
+            nxt = len(queue)
+            while queue:
+                result = queue.popleft().result()  # re-raises the helper's error here, in order
+                if nxt < len(items):
+                    queue.append(pool.submit(load, nxt, items[nxt]))
+                    nxt += 1
+                yield result
 
     def transform_each(self, images: Iterable) -> list[dict[int, np.ndarray]]:
         """Features of every image, one ``{stride: (C, h, w)}`` dict per image (any sizes)."""
