@@ -27,7 +27,9 @@ def patch_embedding(features: dict[int, torch.Tensor], stages: tuple[int, ...], 
     size = tuple(finest.shape[-2:])
     parts = []
     for s in stages:
-        f = features[s].float()
+        # channels-last: 3x3 pooling is ~10x faster on it, and the (patches, channels)
+        # matrix the detectors take next is then a view
+        f = features[s].float().contiguous(memory_format=torch.channels_last)
         if pool > 1:
             f = F.avg_pool2d(f, pool, stride=1, padding=pool // 2, count_include_pad=False)
         if tuple(f.shape[-2:]) != size:
