@@ -52,7 +52,7 @@ def test_pasted_defects_are_found_and_localised(fitted, sample, name):
 
 def test_image_score_comes_from_a_smoother_map_when_asked(fitted, sample):
     det = fitted["patchcore"]
-    assert (det.sigma, det.image_sigma) == (2.0, 4.0)  # PatchCore's defaults
+    assert (det.sigma, det.image_sigma) == (2.0, 16.0)  # PatchCore's defaults
     images = sample.test[::4]
     sharp = det.predict(images)
     params = det.get_params()
@@ -60,7 +60,7 @@ def test_image_score_comes_from_a_smoother_map_when_asked(fitted, sample):
         det.image_sigma = None  # the score is the maximum of the anomaly map itself
         plain = det.predict(images)
         np.testing.assert_allclose(plain.image_scores, [m.max() for m in plain.anomaly_maps], rtol=1e-6)
-        det.image_sigma = 12.0
+        det.image_sigma = 32.0
         wide = det.predict(images)
     finally:
         det.image_sigma = params["image_sigma"]
@@ -227,6 +227,12 @@ def test_input_size_is_chosen_from_the_data_and_non_square_sizes_work(sample):
 
     h, w = resolve_image_size([(920, 2260)] * 3, "auto", None)
     assert h * w <= AUTO_PIXELS * 1.05 and abs(w / h - 2260 / 920) < 0.05 and h % 8 == 0 == w % 8
+    # PatchCore's budget is larger: BSData's 460x1130 stays native for it, PaDiM scales it down
+    assert PatchCore.auto_pixels > PaDiM.auto_pixels == AUTO_PIXELS
+    assert resolve_image_size([(460, 1130)] * 3, "auto", None, PatchCore.auto_pixels) == (460, 1130)
+    assert resolve_image_size([(460, 1130)] * 3, "auto", None, PaDiM.auto_pixels) == (312, 768)
+    h, w = resolve_image_size([(1024, 1024)] * 3, "auto", None, PatchCore.auto_pixels)
+    assert h == w and h * w <= PatchCore.auto_pixels * 1.05
     custom = PaDiM(n_features=40, holdout=0, image_size=(96, 200)).fit(big)
     maps = custom.predict(big[:1]).anomaly_maps
     assert maps[0].shape == (920, 2260)
