@@ -237,9 +237,8 @@ class ImageDetector:
         ``efficientnet_lite0``, ``lite1`` or ``lite2`` (ImageNet weights, nothing downloaded).
     image_size : "auto", "native" or (H, W)
         Model input size. ``"auto"`` keeps the training images' size when it has at most
-        :attr:`auto_pixels` pixels (240k; PatchCore 600k) and otherwise scales it down to
-        that (aspect kept): a 1130x460 image becomes 768x312 for PaDiM and stays native
-        for PatchCore. Non-square sizes are fine. Images of another size at prediction
+        :attr:`auto_pixels` pixels (240k) and otherwise scales it down to that (aspect
+        kept): a 1130x460 image becomes 768x312. Non-square sizes are fine. Images of another size at prediction
         are resized to it; an aspect ratio more than 10% off is an error.
     tile : (th, tw) or None
         Run the backbone tile by tile (sides multiples of 32) on the input, with
