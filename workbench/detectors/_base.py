@@ -38,7 +38,7 @@ _FILE_VERSION = 1
 
 #: Default pixel budget of the model input when ``image_size="auto"``: 768x312 for the
 #: 1130x460 BSData images. Larger inputs keep small defects; cost grows at least linearly
-#: with it. Detectors may set their own (``ImageDetector.auto_pixels``).
+#: with it.
 AUTO_PIXELS = 240_000
 
 
@@ -141,12 +141,11 @@ def as_image_items(images, split: str = "train") -> list[_Item]:
     return items
 
 
-def resolve_image_size(sizes: Sequence[tuple[int, int]], image_size, tile,
-                       auto_pixels: int = AUTO_PIXELS) -> tuple[int, int]:
+def resolve_image_size(sizes: Sequence[tuple[int, int]], image_size, tile) -> tuple[int, int]:
     """The model input size ``(H, W)`` for training images of the given sizes.
 
     ``"auto"``: the most common training size, kept at native resolution when tiling or
-    when it has at most ``auto_pixels`` pixels, otherwise scaled down (aspect kept) to
+    when it has at most :data:`AUTO_PIXELS` pixels, otherwise scaled down (aspect kept) to
     that many pixels, sides rounded to multiples of 8.
     """
     if image_size is None or (image_size == "auto" and tile is not None):
@@ -156,9 +155,9 @@ def resolve_image_size(sizes: Sequence[tuple[int, int]], image_size, tile,
             raise WorkbenchError(f"image_size must be 'auto', 'native' or (H, W); got {image_size!r}")
         values, counts = np.unique(np.array(sizes), axis=0, return_counts=True)
         h, w = (int(v) for v in values[np.argmax(counts)])
-        if image_size == "native" or tile is not None or h * w <= auto_pixels:
+        if image_size == "native" or tile is not None or h * w <= AUTO_PIXELS:
             return h, w
-        scale = math.sqrt(auto_pixels / (h * w))
+        scale = math.sqrt(AUTO_PIXELS / (h * w))
         return max(32, round(h * scale / 8) * 8), max(32, round(w * scale / 8) * 8)
     if isinstance(image_size, (int, np.integer)):
         return int(image_size), int(image_size)
@@ -237,8 +236,8 @@ class ImageDetector:
         ``efficientnet_lite0``, ``lite1`` or ``lite2`` (ImageNet weights, nothing downloaded).
     image_size : "auto", "native" or (H, W)
         Model input size. ``"auto"`` keeps the training images' size when it has at most
-        :attr:`auto_pixels` pixels (240k) and otherwise scales it down to that (aspect
-        kept): a 1130x460 image becomes 768x312. Non-square sizes are fine. Images of another size at prediction
+        240k pixels and otherwise scales it down to that (aspect kept): a 1130x460 image
+        becomes 768x312. Non-square sizes are fine. Images of another size at prediction
         are resized to it; an aspect ratio more than 10% off is an error.
     tile : (th, tw) or None
         Run the backbone tile by tile (sides multiples of 32) on the input, with
@@ -275,8 +274,6 @@ class ImageDetector:
     name: ClassVar[str] = "image-detector"
     #: Strides of the backbone stages the detector uses.
     default_stages: ClassVar[tuple[int, ...]] = (8, 16)
-    #: Pixel budget of ``image_size="auto"`` (see :func:`resolve_image_size`).
-    auto_pixels: ClassVar[int] = AUTO_PIXELS
     _state_version: ClassVar[int] = 1
 
     def __init__(self, *, backbone: str = "efficientnet_lite0", image_size="auto", tile=None,
@@ -383,8 +380,7 @@ class ImageDetector:
             raise DataError(f"training images mix gray ({n_gray}, e.g. {example}) and colour "
                             f"({len(items) - n_gray}) images; convert them to one kind")
         self.gray_ = grays.pop()
-        self.input_size_ = resolve_image_size([it.size for it in items], self.image_size, self._tile(),
-                                              self.auto_pixels)
+        self.input_size_ = resolve_image_size([it.size for it in items], self.image_size, self._tile())
         self.train_size_ = resolve_image_size([it.size for it in items], "native", None)
         val_items = None if validation is None else as_image_items(validation, "train")
         fit_items, cal_items = items, []

@@ -29,12 +29,13 @@ class PatchCore(ImageDetector):
     distance to its nearest bank entry (faiss, exact search).
 
     Input size: ``image_size="auto"`` (768x312 for BSData's 1130x460). Native input was
-    measured too, on bsdata_pitting with the 15% holdout, random states 0-3 (holdout split
-    and coreset start): AUPRO 0.724 / 0.905 / 0.878 / 0.907 native against 0.840 / 0.738 /
-    0.848 at 768x312, pixel AUROC 0.983-0.994 for both. Both are bimodal (which rare
-    training patches land in the bank decides), the means do not differ clearly, and
-    native input costs 2.5x more per image, so the default stays; pass ``image_size`` or
-    ``tile`` for native resolution.
+    measured too, on bsdata_pitting with the 15% holdout and random states 0-3 (holdout
+    split and coreset start; training patches stored as float16 in that sweep): AUPRO
+    0.724 / 0.905 / 0.878 / 0.907 native against 0.840 / 0.738 / 0.848 at 768x312 (states
+    0-2), pixel AUROC 0.983-0.994 for both. Both are bimodal (which rare training patches
+    land in the bank decides), the means do not differ clearly, and native input costs
+    2.5x more per image, so the default stays; pass ``image_size`` or ``tile`` for native
+    resolution.
 
     Why a fixed bank of 2048 and not PatchCore's 1%: greedy k-center covers the patch
     distribution well with few centres. At 768x312 on BSData (all training images) AUPRO
