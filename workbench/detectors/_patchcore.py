@@ -34,7 +34,7 @@ class PatchCore(ImageDetector):
     0.724 / 0.905 / 0.878 / 0.907 native against 0.840 / 0.738 / 0.848 at 768x312 (states
     0-2), pixel AUROC 0.983-0.994 for both. Both are bimodal (which rare training patches
     land in the bank decides), the means do not differ clearly, and native input costs
-    2.5x more per image, so the default stays; pass ``image_size`` or ``tile`` for native
+    2-3x more per image, so the default stays; pass ``image_size`` or ``tile`` for native
     resolution.
 
     Why a fixed bank of 2048 and not PatchCore's 1%: greedy k-center covers the patch
